@@ -1,0 +1,1 @@
+"""A MineOS custom integration on Google Cloud: ingress, collector and their shared core."""

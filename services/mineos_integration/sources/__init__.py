@@ -1,0 +1,1 @@
+"""Data sources: the connectors the data map can name, and the protocol they share."""
