@@ -12,7 +12,17 @@ from mineos_integration.signature import SignatureAlgorithm, SignatureEncoding, 
 EU_API_BASE_URL = "https://api.portal.saymine.com"
 MAX_SIGNED_URL_TTL_SECONDS = 7 * 24 * 3600  # the V4 signing limit
 
-_PLACEHOLDERS = {"changeme", "change-me", "replace-me", "placeholder", "secret", "todo", "xxx", "none", "null"}
+_PLACEHOLDERS = {
+    "changeme",
+    "change-me",
+    "replace-me",
+    "placeholder",
+    "secret",
+    "todo",
+    "xxx",
+    "none",
+    "null",
+}
 
 
 class ConfigurationError(RuntimeError):
@@ -44,6 +54,7 @@ class Settings(BaseSettings):
     ledger_collection: str = "mineos_operations"
     ledger_retention_days: int = Field(default=90, gt=0)
     lease_seconds: int = Field(default=600, gt=0)
+    firestore_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Collector
     data_map_path: str = ""
