@@ -1,0 +1,1 @@
+"""The sample company: a data map and a few people seeded into SQLite, Firestore and Cloud Storage."""
