@@ -52,10 +52,13 @@ def test_parse_request_ticket_id_field_wins_over_id():
 def test_parse_request_user_info_beside_the_ticket_is_accepted():
     body = json.loads(payload("copy-current.json"))
     body["userInfo"] = body["request"].pop("userInfo")
-    assert parse_request(Action.COPY, json.dumps(body).encode()).identities[Identity.EMAIL] == "ada@example.com"
+    request = parse_request(Action.COPY, json.dumps(body).encode())
+    assert request.identities[Identity.EMAIL] == "ada@example.com"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(True, True), ("true", True), ("TRUE", True), ("false", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(True, True), ("true", True), ("TRUE", True), ("false", False)]
+)
 def test_parse_request_is_test_as_bool_or_string(raw, expected):
     body = json.loads(payload("copy-current.json"))
     body["isTest"] = raw

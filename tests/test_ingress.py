@@ -1,4 +1,5 @@
 import base64
+import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -83,7 +84,7 @@ def test_ingress_body_over_limit_without_length_header_is_413(client):
     body = json.dumps({"traceId": "x" * 5000}).encode()
     response = client.post(
         "/copy",
-        input_stream=iter([body]),
+        input_stream=io.BytesIO(body),
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, SECRET)},
     )
     assert response.status_code in (411, 413)
@@ -169,16 +170,16 @@ def emulator_client(ingress_env, monkeypatch, pubsub_emulator, firestore_emulato
 
 
 def pull_all(subscriber, subscription, expected: int):
-    messages = []
+    """Pull until `expected` messages came and one more pull found nothing (bounded)."""
+    messages: list = []
     for _ in range(10):
-        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=2)
-        messages.extend(response.received_messages)
-        if response.received_messages:
-            subscriber.acknowledge(
-                subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages]
-            )
-        if len(messages) >= expected:
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=2, retry=None)
+        received = list(response.received_messages)
+        if received:
+            subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in received])
+        elif len(messages) >= expected:
             break
+        messages.extend(received)
     return messages
 
 

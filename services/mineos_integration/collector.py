@@ -243,7 +243,8 @@ def _collect_delete(
     if found == 0:
         return Outcome(Status.USER_NOT_FOUND, "No data source holds data about this person.", receipt=receipt)
     changed = sum(entry["changed"] for entry in receipt.values())
-    message = f"Deleted or anonymised {changed} records in {len(receipt)} sources; verified none is left."
+    holding = sum(1 for entry in receipt.values() if entry["found"])
+    message = f"Deleted or anonymised {changed} records in {holding} of {len(receipt)} sources; none is left."
     return Outcome(Status.COMPLETED, message, receipt=receipt)
 
 
@@ -254,17 +255,17 @@ def status_update(collector: Collector, request: PrivacyRequest, outcome: Outcom
             action=request.action, status=outcome.status, message=outcome.message, test=request.is_test
         )
     bucket_name = collector.bucket.name
+    sources = {
+        source.config.name: source.config.description or source.config.name for source in collector.sources
+    }
     references = []
     for file in ([outcome.manifest] if outcome.manifest else []) + outcome.files:
-        described = (
-            "manifest: files, record counts and SHA-256"
-            if file["file_name"] == "manifest.json"
-            else (
-                f"{file['source']}: {file['records']} records"
-                if file["records"] is not None
-                else file["source"]
-            )
-        )
+        if file["file_name"] == "manifest.json":
+            described = "Manifest: every file with its record count, size and SHA-256"
+        elif file["records"] is not None:
+            described = f"{sources.get(file['source'], file['source'])} ({file['records']} records)"
+        else:
+            described = sources.get(file["source"], file["source"])
         references.append(
             FileReference(
                 fileName=file["file_name"],

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from google.api_core import exceptions as google_exceptions
+from google.api_core import retry as retries
 from google.cloud import firestore
 
 from mineos_integration.contract import PrivacyRequest
@@ -86,13 +87,15 @@ class Ledger:
         self._lease = timedelta(seconds=lease_seconds)
         self._retention = timedelta(days=retention_days)
         self._clock = clock
-        self._timeout = timeout_seconds  # bounds every Firestore call
+        self._timeout = timeout_seconds
+        # Retries of transient errors stop at the same bound: a call never takes longer than that.
+        self._retry = retries.Retry(initial=0.1, maximum=1.0, timeout=timeout_seconds)
 
     def _ref(self, request: PrivacyRequest) -> firestore.DocumentReference:
         return self._collection.document(operation_id(request))
 
     def get(self, request: PrivacyRequest) -> dict[str, Any] | None:
-        snapshot = self._ref(request).get(timeout=self._timeout)
+        snapshot = self._ref(request).get(retry=self._retry, timeout=self._timeout)
         return snapshot.to_dict() if snapshot.exists else None
 
     def _new_document(self, request: PrivacyRequest, state: State) -> dict[str, Any]:
@@ -116,7 +119,7 @@ class Ledger:
         """Record a request the ingress accepted; return its state (an existing one's if a duplicate)."""
         ref = self._ref(request)
         try:
-            ref.create(self._new_document(request, State.RECEIVED), timeout=self._timeout)
+            ref.create(self._new_document(request, State.RECEIVED), retry=self._retry, timeout=self._timeout)
         except google_exceptions.AlreadyExists:
             document = self.get(request)
             return State(document["state"]) if document else State.RECEIVED
@@ -128,7 +131,7 @@ class Ledger:
 
         @firestore.transactional
         def claim_in(transaction: firestore.Transaction) -> Claim:
-            snapshot = ref.get(transaction=transaction, timeout=self._timeout)
+            snapshot = ref.get(transaction=transaction, retry=self._retry, timeout=self._timeout)
             now = self._clock()
             stored = snapshot.to_dict() if snapshot.exists else None
             document = stored or self._new_document(request, State.RECEIVED)
@@ -173,7 +176,7 @@ class Ledger:
 
         @firestore.transactional
         def update_in(transaction: firestore.Transaction) -> dict[str, Any]:
-            snapshot = ref.get(transaction=transaction, timeout=self._timeout)
+            snapshot = ref.get(transaction=transaction, retry=self._retry, timeout=self._timeout)
             document = snapshot.to_dict() or {}
             if document.get("lease_owner") != worker or State(document.get("state", "")) not in allowed:
                 raise LeaseLost(f"lease of operation {ref.id} is no longer held by this worker")
@@ -227,6 +230,7 @@ class Ledger:
                 "lease_expires_at": None,
                 "updated_at": now,
             },
+            retry=self._retry,
             timeout=self._timeout,
         )
 
