@@ -117,14 +117,14 @@ def run_scenarios(stack: LocalStack) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mineos-demo-") as folder:
         state_dir = Path(folder)
-        database = state_dir / "sample.db"
+        database_url = f"sqlite:///{state_dir / 'sample.db'}"
         config = StackConfig(
             state_dir=state_dir,
             ports=StackPorts.free(),
             data_map_path=str(DATA_MAP),
             extra_pull_subscription=TAP_SUBSCRIPTION,
-            extra_env={"SAMPLE_DATABASE_URL": f"sqlite:///{database}"},
-            seed=lambda stack: seed_all(database, use_emulators_of(stack)),
+            extra_env={"SAMPLE_DATABASE_URL": database_url},
+            seed=lambda stack: seed_all(database_url, use_emulators_of(stack)),
         )
         print("Starting the local stack (Pub/Sub, Firestore, fake-gcs-server, fake MineOS, services)…")
         with start_stack(config, lambda name, seconds: print(f"  {name} ready in {seconds:.1f} s")) as stack:

@@ -4,10 +4,10 @@ Ada has data everywhere, Grace also has invoices (kept for tax law: her Delete i
 Linus has only an account. Nobody else exists: a request for anyone else is UserNotFound.
 """
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from google.cloud import firestore, storage  # type: ignore[attr-defined]
 
 from infra.fake_mineos import Person
@@ -23,43 +23,90 @@ LINUS = Person(name="Linus Example", email="linus@example.com", internal_id="cus
 UNKNOWN = Person(name="Nobody Known", email="nobody@example.com", internal_id="cust-9999")
 PEOPLE = (ADA, GRACE, LINUS)
 
-SCHEMA = """
-CREATE TABLE accounts (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT, plan TEXT, created_at TEXT,
-                       password_hash TEXT);
-CREATE INDEX accounts_email ON accounts (email);
-CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id TEXT, shipping_name TEXT, shipping_address TEXT,
-                     total_cents INTEGER, ordered_at TEXT);
-CREATE INDEX orders_customer ON orders (customer_id);
-CREATE TABLE invoices (id INTEGER PRIMARY KEY, email TEXT NOT NULL, number TEXT, total_cents INTEGER);
-CREATE INDEX invoices_email ON invoices (email);
-"""
+METADATA = sa.MetaData()
+ACCOUNTS = sa.Table(
+    "accounts",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, index=True),
+    sa.Column("name", sa.Text),
+    sa.Column("plan", sa.Text),
+    sa.Column("created_at", sa.Text),
+    sa.Column("password_hash", sa.Text),  # never exported: not in the data map's columns
+)
+ORDERS = sa.Table(
+    "orders",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("customer_id", sa.Text, index=True),
+    sa.Column("shipping_name", sa.Text),
+    sa.Column("shipping_address", sa.Text),
+    sa.Column("total_cents", sa.Integer),
+    sa.Column("ordered_at", sa.Text),
+)
+INVOICES = sa.Table(
+    "invoices",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, index=True),
+    sa.Column("number", sa.Text),
+    sa.Column("total_cents", sa.Integer),
+)
 
 
-def seed_sqlite(database_path: Path) -> None:
-    database_path.unlink(missing_ok=True)
-    with sqlite3.connect(database_path) as connection:
-        connection.executescript(SCHEMA)
-        connection.executemany(
-            "INSERT INTO accounts (email, name, plan, created_at, password_hash) VALUES (?, ?, ?, ?, ?)",
-            [
-                (ADA.email, ADA.name, "pro", "2024-03-01T10:00:00Z", "not-exported"),
-                (GRACE.email, GRACE.name, "team", "2023-07-15T08:30:00Z", "not-exported"),
-                (LINUS.email, LINUS.name, "free", "2025-01-20T12:00:00Z", "not-exported"),
-            ],
-        )
-        connection.executemany(
-            "INSERT INTO orders (customer_id, shipping_name, shipping_address, total_cents, ordered_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [
-                (ADA.internal_id, ADA.name, "12 Analytical Row, London", 4200, "2026-10-01T09:00:00Z"),
-                (ADA.internal_id, ADA.name, "12 Analytical Row, London", 1999, "2026-11-12T16:20:00Z"),
-                (GRACE.internal_id, GRACE.name, "1 Compiler Way, Arlington", 9900, "2026-09-03T11:00:00Z"),
-            ],
-        )
-        connection.execute(
-            "INSERT INTO invoices (email, number, total_cents) VALUES (?, ?, ?)",
-            (GRACE.email, "INV-2026-0042", 9900),
-        )
+def seed_database(url: str) -> None:
+    """(Re)create the sample tables in the database at `url` (SQLite or PostgreSQL) and fill them."""
+    engine = sa.create_engine(url)
+    try:
+        METADATA.drop_all(engine)
+        METADATA.create_all(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                ACCOUNTS.insert(),
+                [
+                    {
+                        "email": ADA.email,
+                        "name": ADA.name,
+                        "plan": "pro",
+                        "created_at": "2024-03-01T10:00:00Z",
+                    },
+                    {
+                        "email": GRACE.email,
+                        "name": GRACE.name,
+                        "plan": "team",
+                        "created_at": "2023-07-15T08:30:00Z",
+                    },
+                    {
+                        "email": LINUS.email,
+                        "name": LINUS.name,
+                        "plan": "free",
+                        "created_at": "2025-01-20T12:00:00Z",
+                    },
+                ],
+            )
+            connection.execute(
+                ORDERS.insert(),
+                [
+                    _order(ADA, "12 Analytical Row, London", 4200, "2026-10-01T09:00:00Z"),
+                    _order(ADA, "12 Analytical Row, London", 1999, "2026-11-12T16:20:00Z"),
+                    _order(GRACE, "1 Compiler Way, Arlington", 9900, "2026-09-03T11:00:00Z"),
+                ],
+            )
+            connection.execute(
+                INVOICES.insert(), [{"email": GRACE.email, "number": "INV-2026-0042", "total_cents": 9900}]
+            )
+    finally:
+        engine.dispose()
+
+
+def _order(person: Person, address: str, total_cents: int, ordered_at: str) -> dict[str, object]:
+    return {
+        "customer_id": person.internal_id,
+        "shipping_name": person.name,
+        "shipping_address": address,
+        "total_cents": total_cents,
+        "ordered_at": ordered_at,
+    }
 
 
 def seed_firestore(client: firestore.Client) -> None:
@@ -78,8 +125,8 @@ def seed_uploads(client: storage.Client) -> None:
     blob.upload_from_string(b"(a small picture of Ada)", content_type="text/plain", timeout=10)
 
 
-def seed_all(database_path: Path, project: str) -> None:
+def seed_all(database_url: str, project: str) -> None:
     """Seed every sample store; the emulator hosts come from the environment."""
-    seed_sqlite(database_path)
+    seed_database(database_url)
     seed_firestore(firestore.Client(project=project))
     seed_uploads(storage.Client(project=project))

@@ -34,6 +34,7 @@ def data_sources() -> list[DataSource]:
         firestore_client=clients.firestore_client,
         storage_client=clients.storage_client,
         anonymisation_key=settings.anonymisation_key.get_secret_value().encode(),
+        timeout_seconds=settings.source_timeout_seconds,
     )
     data_map = load_data_map(settings.data_map_path)
     hashes = any(

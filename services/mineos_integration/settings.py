@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     inline_data_max_bytes: int = Field(default=16 * 1024, ge=0)
     preview_deadline_seconds: float = Field(default=5.0, gt=0, le=30)
     anonymisation_key: SecretStr = SecretStr("")  # HMAC key of `hash` anonymisation in the data map
+    source_timeout_seconds: float = Field(default=30.0, gt=0)  # bounds each call to a data source
 
     # MineOS status API
     mineos_api_base_url: str = EU_API_BASE_URL
