@@ -55,7 +55,7 @@ class MemorySource:
     config: SourceConfig
     records: list[dict[str, str]]
     calls: list[str] = field(default_factory=list)
-    fail_with: SourceError | None = None
+    fail_with: Exception | None = None
 
     def _matching(self, value: str) -> list[dict[str, str]]:
         return [r for r in self.records if r.get(self.config.identity.value) == value]
@@ -435,3 +435,13 @@ def test_delete_unknown_person_reports_user_not_found(world):
     handle_request(world.collector, request, "worker-1")
     (report,) = world.reports(request)
     assert report.body["status"] == "UserNotFound"
+
+
+def test_unexpected_failure_releases_lease_so_redelivery_is_not_blocked(world):
+    request = world.request(ADA)
+    world.collector.sources[0].fail_with = RuntimeError("bug or storage outage")
+    with pytest.raises(RuntimeError):
+        handle_request(world.collector, request, "worker-1")
+    world.collector.sources[0].fail_with = None
+    assert handle_request(world.collector, request, "worker-2") is Delivery.ACK
+    assert len(world.reports(request)) == 1

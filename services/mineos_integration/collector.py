@@ -6,10 +6,11 @@ everything done under a lease is recorded before the next step, so a redelivery 
 up where the last worker stopped and never reports twice.
 """
 
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -26,7 +27,7 @@ from mineos_integration.export import (
     file_to_dict,
     write_manifest,
 )
-from mineos_integration.ledger import Ledger, State, Step, operation_id
+from mineos_integration.ledger import LeaseLost, Ledger, State, Step, operation_id
 from mineos_integration.logs import log
 from mineos_integration.mineos_client import MineOSClient, MineOSUnavailable, ReportResult
 from mineos_integration.sources.base import DataSource, DeleteMode, SourceError
@@ -108,15 +109,26 @@ def handle_request(collector: Collector, request: PrivacyRequest, worker: str) -
         return Delivery.ACK
     if claim.step is Step.BUSY:
         return Delivery.RETRY
-    try:
+    with _lease_released_on_failure(collector, request, worker):
         if claim.step is Step.COLLECT:
             outcome = collect(collector, request, worker, claim.document.get("progress") or {})
             collector.ledger.mark_collected(request, worker, outcome.to_dict())
         report(collector, request, worker, settle_first=claim.step is Step.SETTLE)
-    except (SourceError, TransientFailure) as error:
-        collector.ledger.release(request, worker)
-        raise TransientFailure(str(error)) from error
     return Delivery.ACK
+
+
+@contextlib.contextmanager
+def _lease_released_on_failure(collector: Collector, request: PrivacyRequest, worker: str) -> Iterator[None]:
+    """On any failure give the lease up, so the redelivery need not wait for it to expire."""
+    try:
+        yield
+    except LeaseLost:
+        raise  # another worker owns the operation now: nothing of ours to release
+    except Exception as error:
+        collector.ledger.release(request, worker)
+        if isinstance(error, SourceError):
+            raise TransientFailure(str(error)) from error
+        raise
 
 
 def handle_dead_letter(collector: Collector, request: PrivacyRequest, worker: str, attempts: str) -> Delivery:
@@ -132,11 +144,8 @@ def handle_dead_letter(collector: Collector, request: PrivacyRequest, worker: st
         )
         collector.ledger.mark_dead_lettered(request, worker, failed.to_dict())
     # An outcome that was already collected is still reported as it is: the work was done.
-    try:
+    with _lease_released_on_failure(collector, request, worker):
         report(collector, request, worker, settle_first=claim.step is Step.SETTLE)
-    except TransientFailure:
-        collector.ledger.release(request, worker)
-        raise
     return Delivery.ACK
 
 
