@@ -27,7 +27,8 @@ from mineos_integration.sources.base import (
     SourceContext,
     SourceError,
 )
-from mineos_integration.sources.sql import SqlSource, SqlSourceConfig, anonymised_hash
+from mineos_integration.sources.sql import SqlSource, SqlSourceConfig
+from mineos_integration.sources.values import anonymised_hash
 from tests.postgres import postgres_server_fixture, running_server  # noqa: F401 - registers the fixture
 
 ANN = "ann@example.com"
@@ -333,9 +334,9 @@ def test_delete_anonymise_without_key_never_hashes_with_empty_key(make_source, s
     "value", ["ann@example.com", 1001, decimal.Decimal("12.50"), datetime.datetime(2024, 1, 2, 3, 4, 5), None]
 )
 def test_anonymised_hash_same_value_same_hash_as_firestore_connector(value):
-    from mineos_integration.sources.firestore import hmac_hex
+    from mineos_integration.sources.firestore import firestore_value
 
-    assert anonymised_hash(KEY, value) == hmac_hex(KEY, value)
+    assert anonymised_hash(KEY, value) == anonymised_hash(KEY, value, convert=firestore_value)
 
 
 @pytest.mark.parametrize("value", [INJECTION, "x'; DROP TABLE customers; --", "%", "*"])

@@ -7,15 +7,11 @@ find everything it has not yet removed. Every call is bounded by `context.timeou
 retried only on transient errors; reads, deletes and our precomputed updates are all idempotent.
 """
 
-import base64
-import hashlib
-import hmac
 import json
-import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Self
 
 from google.api_core import exceptions as google_exceptions
@@ -39,10 +35,13 @@ from mineos_integration.sources.base import (
     SourceContext,
     SourceError,
 )
-from mineos_integration.sources.gcs import (
+from mineos_integration.sources.google_common import google_retry_policy, source_error_from_google
+from mineos_integration.sources.values import (
+    anonymised_hash,
+    as_datetime,
     check_identity_value,
-    google_retry_policy,
-    source_error_from_google,
+    is_anonymised_hash,
+    json_safe,
 )
 
 MAX_BATCH_WRITES = 500  # Firestore's limit of writes in one batch
@@ -52,39 +51,18 @@ DEFAULT_DATABASE = "(default)"
 Snapshot = DocumentSnapshot[DocumentReference]
 
 _RESERVED_ID = re.compile(r"__.*__")
-# What our own HASH anonymisation writes: a value already in this form is not hashed again, so that
-# a redelivered Delete (after a crash half-way) leaves the same, still joinable, value.
-_HMAC_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-def json_safe(value: Any) -> Any:
-    """A Firestore value as JSON: timestamps → ISO 8601, bytes → base64, references → path,
-    GeoPoint → {lat, lng}, vectors → lists; anything exotic (BSON types) → its string form."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
+def firestore_value(value: Any) -> Any:
+    """Firestore's own types as plain values, the `convert` of `json_safe`: references → path,
+    GeoPoint → {lat, lng}, vectors → lists; any other value as it is."""
     if isinstance(value, DocumentReference):
         return value.path
     if isinstance(value, GeoPoint):
         return {"lat": value.latitude, "lng": value.longitude}
     if isinstance(value, Vector):
-        return [json_safe(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return str(value)
-
-
-def hmac_hex(key: bytes, value: Any) -> str:
-    """HASH anonymisation: HMAC-SHA256 of the value (a string as is, else its JSON form), in hex."""
-    text = value if isinstance(value, str) else json.dumps(json_safe(value), sort_keys=True)
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+        return list(value)
+    return value
 
 
 class FirestoreSourceConfig(SourceConfig):
@@ -286,7 +264,8 @@ class FirestoreSource:
                             yield from (self._record(descendant) for descendant in descendants)
 
     def _record(self, snapshot: Snapshot) -> Record:
-        return {"path": self._relative_path(snapshot.reference), "data": json_safe(snapshot.to_dict() or {})}
+        data = json_safe(snapshot.to_dict() or {}, convert=firestore_value)
+        return {"path": self._relative_path(snapshot.reference), "data": data}
 
     def _relative_path(self, reference: DocumentReference) -> str:
         path: str = reference.path
@@ -345,9 +324,9 @@ class FirestoreSource:
             if rule == Anonymisation.NULL:
                 target = None
             elif rule == Anonymisation.HASH:
-                if current is None or (isinstance(current, str) and _HMAC_HEX.fullmatch(current)):
+                if current is None or is_anonymised_hash(current):
                     continue
-                target = hmac_hex(self._context.anonymisation_key, current)
+                target = anonymised_hash(self._context.anonymisation_key, current, convert=firestore_value)
             else:
                 assert isinstance(rule, dict)
                 target = rule["value"]
@@ -421,18 +400,6 @@ def _latest(current: datetime | None, value: Any) -> datetime | None:
     return moment if current is None or moment > current else current
 
 
-def as_datetime(value: Any) -> datetime | None:
-    """A timestamp field as an aware datetime: a datetime or an ISO 8601 string; else None."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _display(value: Any) -> str:
-    safe = json_safe(value)
+    safe = json_safe(value, convert=firestore_value)
     return safe if isinstance(safe, str) else json.dumps(safe, sort_keys=True)

@@ -15,10 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal, Self
 
-import requests
 from google.api_core import exceptions as google_exceptions
-from google.api_core import retry as google_retry
-from google.auth import exceptions as auth_exceptions
 from pydantic import Field, model_validator
 
 from mineos_integration.sources.base import (
@@ -31,68 +28,13 @@ from mineos_integration.sources.base import (
     SourceContext,
     SourceError,
 )
+from mineos_integration.sources.google_common import google_retry_policy, source_error_from_google
+from mineos_integration.sources.values import check_identity_value
 
 CHUNK_BYTES = 1024 * 1024
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _END = object()
 _SUMMARY_FIELDS = "items(name,size,updated,generation),nextPageToken"
-
-# -- Shared with the Firestore connector. This module imports no client library (the storage client
-# comes from the context), so a data map without Firestore sources never loads the Firestore client.
-
-# Errors worth another attempt now. Not Aborted: batched writes never abort for contention.
-RETRYABLE_GOOGLE_ERRORS: tuple[type[Exception], ...] = (
-    google_exceptions.ServiceUnavailable,
-    google_exceptions.DeadlineExceeded,  # also GatewayTimeout
-    google_exceptions.BadGateway,
-    google_exceptions.InternalServerError,
-    google_exceptions.Unknown,
-    google_exceptions.TooManyRequests,  # includes ResourceExhausted
-    auth_exceptions.TransportError,
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,
-)
-# Errors worth another attempt later (Pub/Sub redelivery), once ours have run out.
-TRANSIENT_GOOGLE_ERRORS: tuple[type[Exception], ...] = (
-    *RETRYABLE_GOOGLE_ERRORS,
-    google_exceptions.GatewayTimeout,
-    google_exceptions.RetryError,  # our own retry gave up within the deadline
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def source_error_from_google(error: Exception, what: str) -> SourceError:
-    """A SourceError for a failed Google call; the message names the error type, not its text.
-
-    The text of a Google error can hold a document path or object name, i.e. the person's value.
-    """
-    transient = isinstance(error, TRANSIENT_GOOGLE_ERRORS)
-    code = getattr(error, "code", None)
-    suffix = f" ({code})" if isinstance(code, int) else ""
-    return SourceError(f"{what}: {type(error).__name__}{suffix}", transient=transient)
-
-
-def google_retry_policy(timeout_seconds: float) -> google_retry.Retry:
-    """Exponential backoff with jitter on transient errors, all attempts within `timeout_seconds`."""
-    return google_retry.Retry(
-        predicate=google_retry.if_exception_type(*RETRYABLE_GOOGLE_ERRORS),
-        initial=0.2,
-        maximum=4.0,
-        multiplier=2.0,
-        timeout=timeout_seconds,
-    )
-
-
-def check_identity_value(value: str) -> str:
-    """Refuse an empty value: matching "" would find (and delete) every record with an empty field."""
-    if not value or not value.strip():
-        raise SourceError("the identity value is empty", transient=False)
-    return value
-
-
-# -- The connector
 
 
 class GcsSourceConfig(SourceConfig):

@@ -36,7 +36,7 @@ from mineos_integration.sources.base import (
     SourceContext,
     SourceError,
 )
-from mineos_integration.sources.gcs import check_identity_value
+from mineos_integration.sources.values import as_datetime, check_identity_value
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class HttpSource:
         policy = self._config.preview
         properties = [PreviewProperty("Records", str(len(records)))]
         if policy.updated_field:
-            moments = [_as_datetime(_dig(record, policy.updated_field)) for record in records]
+            moments = [as_datetime(_dig(record, policy.updated_field)) for record in records]
             known = [moment for moment in moments if moment is not None]
             if known:
                 properties.append(PreviewProperty("Last updated", max(known).isoformat()))
@@ -253,11 +253,7 @@ class HttpSource:
             retry_after: float | None = None
             try:
                 response = self._read(method, url, body, timeout)
-            except (
-                requests.Timeout,
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-            ) as error:
+            except _NETWORK_ERRORS as error:
                 problem = type(error).__name__
             else:
                 if not _is_retryable(response.status_code):
@@ -327,16 +323,6 @@ def _dig(record: Mapping[str, Any], dotted_path: str) -> Any:
             return None
         found = found.get(key)
     return found
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _retry_after_seconds(header: str | None) -> float | None:

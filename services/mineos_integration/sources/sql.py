@@ -10,18 +10,12 @@ Safety rules, all enforced here:
 - A delete is one transaction per source, followed by a verification read after the commit.
 """
 
-import base64
 import contextlib
-import datetime
-import decimal
-import hashlib
-import hmac
-import json
 import math
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -44,13 +38,13 @@ from mineos_integration.sources.base import (
     SourceContext,
     SourceError,
 )
+from mineos_integration.sources.values import anonymised_hash, is_anonymised_hash, json_safe
 
 EXPORT_BATCH_ROWS = 500
 MAX_PREVIEW_VALUE_CHARS = 200
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 _IDENTIFIER_PATTERN = re.compile(_IDENTIFIER)
 _TABLE_PATTERN = re.compile(rf"({_IDENTIFIER})(?:\.({_IDENTIFIER}))?")
-_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def _identifier(name: str) -> str:
@@ -176,38 +170,6 @@ def _timeout_connect_args(url: sa.URL, timeout_seconds: float) -> dict[str, Any]
         return {"timeout": timeout_seconds}
     # Other drivers (pg8000, the Cloud SQL connector's `creator=`): bound them in the URL or creator.
     return {}
-
-
-def anonymised_hash(key: bytes, value: Any) -> str:
-    """HASH anonymisation: HMAC-SHA256 hex of the value (a string as is, else its JSON form).
-
-    The same text as the Firestore connector's `hmac_hex`, so a hashed email still joins across sources.
-    """
-    text = value if isinstance(value, str) else json.dumps(json_safe(value), sort_keys=True)
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def _is_anonymised_hash(value: Any) -> bool:
-    return isinstance(value, str) and _HASH_PATTERN.fullmatch(value) is not None
-
-
-def json_safe(value: Any) -> Any:
-    """A value as JSON can carry it: datetimes as ISO 8601, Decimal as text, bytes as base64."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(item) for item in value]
-    return str(value)  # UUID, timedelta, network addresses, ranges...
 
 
 class SqlSource:
@@ -358,7 +320,7 @@ class SqlSource:
         column = self.table.c[name]
         distinct = sa.select(column).where(matches, column.is_not(None)).distinct()
         for old_value in connection.execute(distinct).scalars().all():
-            if _is_anonymised_hash(old_value):
+            if is_anonymised_hash(old_value):
                 continue
             new_value = anonymised_hash(self._anonymisation_key, old_value)
             same_value = column == sa.bindparam("old_value", old_value, type_=NullType())
@@ -380,7 +342,7 @@ class SqlSource:
         statement = sa.select(not_anonymised_in_sql, *(self.table.c[name] for name in hashed)).where(matches)
         remaining = 0
         for flagged, *hash_values in connection.execute(statement):
-            if flagged or any(value is not None and not _is_anonymised_hash(value) for value in hash_values):
+            if flagged or any(value is not None and not is_anonymised_hash(value) for value in hash_values):
                 remaining += 1
         return remaining
 
