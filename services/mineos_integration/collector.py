@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -172,84 +172,92 @@ def collect(
     return _collect_delete(collector, request, worker, progress)
 
 
+class _SourceFailed(Exception):
+    """A source failed permanently: the operation is reported Failed, naming the source."""
+
+
+def _run_each_source(
+    collector: Collector,
+    request: PrivacyRequest,
+    worker: str,
+    progress: Mapping[str, Any],
+    work: Callable[[DataSource, str], Any],
+) -> dict[str, Any]:
+    """`work(source, identity value)` for each source in data-map order, skipping those an earlier
+    attempt finished; each result is recorded in the ledger before the next source starts."""
+    results = dict(progress)
+    for source in collector.sources:
+        name = source.config.name
+        if name in results:
+            continue
+        try:
+            results[name] = work(source, request.identities[source.config.identity])
+        except SourceError as error:
+            if error.transient:
+                raise
+            raise _SourceFailed(f"Data source '{name}' failed: {error}") from None
+        collector.ledger.record_progress(request, worker, name, results[name])
+        log(logger, logging.INFO, "source done", source=name, action=request.action.value)
+    return results
+
+
 def _collect_copy(
     collector: Collector, request: PrivacyRequest, worker: str, progress: Mapping[str, Any]
 ) -> Outcome:
     prefix = export_prefix(operation_id(request))
-    files: list[dict[str, Any]] = []
-    for source in collector.sources:
-        name = source.config.name
-        if name not in progress:
-            value = request.identities[source.config.identity]
-            try:
-                exported: list[dict[str, Any]] = []
-                if source.count(value) > 0:
-                    sink = SourceExport(collector.bucket, prefix, name)
-                    source.export(value, sink)
-                    exported = [file_to_dict(file) for file in sink.files]
-            except SourceError as error:
-                if error.transient:
-                    raise
-                return Outcome(Status.FAILED, f"Data source '{name}' failed: {error}")
-            collector.ledger.record_progress(request, worker, name, exported)
-            log(logger, logging.INFO, "source exported", source=name, files=len(exported))
-            progress = {**progress, name: exported}
-        files.extend(progress[name])
+
+    def export(source: DataSource, value: str) -> list[dict[str, Any]]:
+        if source.count(value) == 0:
+            return []  # no empty files for sources that do not know the person
+        sink = SourceExport(collector.bucket, prefix, source.config.name)
+        source.export(value, sink)
+        return [file_to_dict(file) for file in sink.files]
+
+    try:
+        exported = _run_each_source(collector, request, worker, progress, export)
+    except _SourceFailed as failure:
+        return Outcome(Status.FAILED, str(failure))
+    files = [file for source in collector.sources for file in exported[source.config.name]]
     if not files:
         return Outcome(Status.USER_NOT_FOUND, "No data source holds data about this person.")
-    manifest = write_manifest(
-        collector.bucket,
-        prefix,
-        {
-            "integrationId": request.integration_id,
-            "traceId": request.trace_id,
-            "action": request.action.value,
-        },
-        [ExportedFile(**file) for file in files],
-    )
+    operation = {"integrationId": request.integration_id, "traceId": request.trace_id, "action": "Copy"}
+    manifest = write_manifest(collector.bucket, prefix, operation, [ExportedFile(**file) for file in files])
     return Outcome(Status.COMPLETED, None, files=files, manifest=file_to_dict(manifest))
+
+
+def _delete_one(source: DataSource, value: str) -> dict[str, Any]:
+    """Apply one source's delete policy; the receipt entry holds counts only."""
+    mode = source.config.delete.mode
+    if mode is DeleteMode.RETAIN:
+        found = source.count(value)
+        return {"mode": mode.value, "found": found, "changed": 0, "remaining": found}
+    result = source.delete(value)
+    return {
+        "mode": mode.value,
+        "found": result.found,
+        "changed": result.changed,
+        "remaining": result.remaining,
+    }
 
 
 def _collect_delete(
     collector: Collector, request: PrivacyRequest, worker: str, progress: Mapping[str, Any]
 ) -> Outcome:
     """Delete in data-map order (children before parents); each source's counts go into the receipt."""
-    retained: list[str] = []
-    for source in collector.sources:
-        name = source.config.name
-        if name not in progress:
-            value = request.identities[source.config.identity]
-            policy = source.config.delete
-            try:
-                if policy.mode is DeleteMode.RETAIN:
-                    found = source.count(value)
-                    entry = {"mode": policy.mode.value, "found": found, "changed": 0, "remaining": found}
-                else:
-                    result = source.delete(value)
-                    entry = {
-                        "mode": policy.mode.value,
-                        "found": result.found,
-                        "changed": result.changed,
-                        "remaining": result.remaining,
-                    }
-            except SourceError as error:
-                if error.transient:
-                    raise
-                return Outcome(Status.FAILED, f"Data source '{name}' failed: {error}", receipt=dict(progress))
-            collector.ledger.record_progress(request, worker, name, entry)
-            log(logger, logging.INFO, "source deleted", source=name, **entry)
-            progress = {**progress, name: entry}
-        entry = progress[name]
-        if entry["remaining"] > 0:
-            reason = source.config.delete.reason or "data still present after deletion"
-            retained.append(f"{name} ({reason})")
-    receipt = {name: progress[name] for name in (source.config.name for source in collector.sources)}
-    if retained:
+    try:
+        receipt = _run_each_source(collector, request, worker, progress, _delete_one)
+    except _SourceFailed as failure:
+        return Outcome(Status.FAILED, str(failure))
+    kept = [
+        f"{source.config.name} ({source.config.delete.reason or 'data still present after deletion'})"
+        for source in collector.sources
+        if receipt[source.config.name]["remaining"] > 0
+    ]
+    if kept:
         return Outcome(
-            Status.CANNOT_DELETE_DATA, "Data was kept in: " + "; ".join(retained) + ".", receipt=receipt
+            Status.CANNOT_DELETE_DATA, "Data was kept in: " + "; ".join(kept) + ".", receipt=receipt
         )
-    found = sum(entry["found"] for entry in receipt.values())
-    if found == 0:
+    if not any(entry["found"] for entry in receipt.values()):
         return Outcome(Status.USER_NOT_FOUND, "No data source holds data about this person.", receipt=receipt)
     changed = sum(entry["changed"] for entry in receipt.values())
     holding = sum(1 for entry in receipt.values() if entry["found"])
