@@ -7,7 +7,6 @@ are accepted at once so that a secret can be rotated without downtime. Pure func
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -103,7 +102,3 @@ def matching_schemes(
             found.append((scheme, index))
     return found
 
-
-def body_digest(body: bytes) -> str:
-    """A short, non-reversible fingerprint of a body, for logs that must not carry the body itself."""
-    return hashlib.sha256(body).hexdigest()[:16]
