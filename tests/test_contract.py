@@ -132,3 +132,26 @@ def test_status_update_delete_with_files_is_refused():
 def test_status_update_unknown_field_is_refused():
     with pytest.raises(ValidationError):
         StatusUpdate.model_validate({"action": "Copy", "status": "Completed", "extra": 1})
+
+
+def test_parse_request_delete_ticket_at_copy_url_is_refused():
+    body = json.loads(payload("copy-current.json"))
+    body["request"]["type"] = "Delete"
+    with pytest.raises(InvalidRequest, match="'Delete' ticket cannot be sent to the Copy URL"):
+        parse_request(Action.COPY, json.dumps(body).encode())
+
+
+def test_parse_request_copy_call_replayed_to_delete_url_is_refused():
+    with pytest.raises(InvalidRequest, match="'Get' ticket cannot be sent to the Delete URL"):
+        parse_request(Action.DELETE, payload("copy-current.json"))
+
+
+def test_parse_request_ticket_without_type_is_accepted_at_either_url():
+    body = json.loads(payload("copy-current.json"))
+    del body["request"]["type"]
+    assert parse_request(Action.DELETE, json.dumps(body).encode()).action is Action.DELETE
+
+
+def test_parse_request_lone_surrogate_escape_is_invalid_request():
+    with pytest.raises(InvalidRequest, match="invalid Unicode"):
+        parse_request(Action.COPY, b'{"traceId": "t\\ud800", "integrationId": "i", "request": {"id": "x"}}')

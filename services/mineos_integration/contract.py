@@ -138,6 +138,13 @@ def load_json_object(body: bytes) -> dict[str, Any]:
         raise InvalidRequest("body must be a JSON object")
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if "\\u" in text:
+        # JSON may escape lone surrogates ("\ud800"), which are not Unicode: nothing downstream
+        # (ids, Firestore, Pub/Sub) could encode them.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("body holds invalid Unicode escapes") from None
     return value
 
 
@@ -197,6 +204,21 @@ def _identities(user_info: Mapping[str, Any]) -> dict[Identity, str]:
     return identities
 
 
+def _check_ticket_type(action: Action, ticket: Mapping[str, Any]) -> None:
+    """Refuse a Delete ticket at the Copy URL and any other ticket at the Delete URL.
+
+    The signature covers the body, not the URL: without this a captured signed Copy call could be
+    replayed to the Delete URL. A ticket without a type is accepted (older payloads have none).
+    """
+    ticket_type = (_text(ticket, "type") or "").lower()
+    if (
+        ticket_type
+        and (action is Action.DELETE) != (ticket_type == "delete")
+        and action is not Action.PREVIEW
+    ):
+        raise InvalidRequest(f"a '{_text(ticket, 'type')}' ticket cannot be sent to the {action.value} URL")
+
+
 def parse_request(action: Action, body: bytes) -> PrivacyRequest:
     """Parse a MineOS call for `action` (the URL it came to decides the action).
 
@@ -208,6 +230,7 @@ def parse_request(action: Action, body: bytes) -> PrivacyRequest:
     # Whether userInfo sits inside the ticket or beside it is not published: accept both.
     user_info = _object(ticket.get("userinfo", fields.get("userinfo")), "userInfo")
     is_test = _boolean(fields.get("istest"), "isTest")
+    _check_ticket_type(action, ticket)
     if action is Action.PREVIEW:
         # Preview calls may come without a ticket; they are answered synchronously and never reported.
         trace_id = _text(fields, "traceid", "eventid") or "preview"

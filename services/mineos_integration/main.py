@@ -45,6 +45,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json(status, {"error": message}, headers)
 
 
+def _too_large(max_bytes: int) -> Response:
+    """413 at once, closing the connection instead of reading the rest of the body.
+
+    The response is streamed because functions-framework reads the whole request body after every
+    non-streamed response, which would let a client hold the request (and its memory) open.
+    """
+    body = json.dumps({"error": f"body larger than {max_bytes} bytes"})
+    return Response(iter([body]), status=413, mimetype="application/json", headers={"Connection": "close"})
+
+
 @functions_framework.http
 def ingress(request: Request) -> Response:
     """MineOS's Copy, Delete and Preview URLs, and a health route."""
@@ -59,11 +69,10 @@ def ingress(request: Request) -> Response:
     if request.mimetype != "application/json":
         return _error(415, "Content-Type must be application/json")
     max_bytes = get_settings().max_body_bytes
-    if (request.content_length or 0) > max_bytes:
-        return _error(413, f"body larger than {max_bytes} bytes")
-    body = request.stream.read(max_bytes + 1)  # bounded even when the length header lies or is absent
-    if len(body) > max_bytes:
-        return _error(413, f"body larger than {max_bytes} bytes")
+    too_large = (request.content_length or 0) > max_bytes
+    body = b"" if too_large else request.stream.read(max_bytes + 1)  # bounded, whatever the headers say
+    if too_large or len(body) > max_bytes:
+        return _too_large(max_bytes)
     try:
         answer = handle_call(service, action, body, request.headers.get(SIGNATURE_HEADER))
     except InvalidSignature:
