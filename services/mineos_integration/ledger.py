@@ -60,6 +60,17 @@ class LeaseLost(Exception):
     """Another worker took the operation over (our lease expired); stop without writing."""
 
 
+def _run_transaction(transactional: Callable[[firestore.Transaction], Any], client: firestore.Client) -> Any:
+    """Run a `@firestore.transactional` function; contention that outlasts the client's attempts is
+    raised as `Aborted` (a retryable API error: the delivery is retried), not the client's ValueError."""
+    try:
+        return transactional(client.transaction())
+    except ValueError as error:
+        if isinstance(error.__cause__, google_exceptions.Aborted):
+            raise error.__cause__ from error
+        raise
+
+
 @dataclass(frozen=True)
 class Claim:
     step: Step
@@ -161,7 +172,7 @@ class Ledger:
             transaction.set(ref, document)
             return Claim(step, document)
 
-        result: Claim = claim_in(self._client.transaction())
+        result: Claim = _run_transaction(claim_in, self._client)
         return result
 
     def _update_holding_lease(
@@ -185,7 +196,7 @@ class Ledger:
             document.update(update)
             return document
 
-        result: dict[str, Any] = update_in(self._client.transaction())
+        result: dict[str, Any] = _run_transaction(update_in, self._client)
         return result
 
     def record_progress(self, request: PrivacyRequest, worker: str, source_name: str, result: Any) -> None:

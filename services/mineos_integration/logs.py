@@ -41,6 +41,11 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Client libraries log request URLs at DEBUG, and a URL can hold a person's id or email.
+    for library in ("urllib3", "google", "grpc", "requests", "werkzeug"):
+        logging.getLogger(library).setLevel(
+            max(logging.getLogger(library).getEffectiveLevel(), logging.WARNING)
+        )
 
 
 @contextlib.contextmanager

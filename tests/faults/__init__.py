@@ -1,0 +1,1 @@
+"""Test-only functions-framework sources for fault injection; nothing here is deployed."""
