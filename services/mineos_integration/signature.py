@@ -101,4 +101,3 @@ def matching_schemes(
                 continue
             found.append((scheme, index))
     return found
-
