@@ -8,7 +8,6 @@ a Delete for Grace whose invoices are kept by law. Stops everything it started.
 """
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -65,12 +64,6 @@ def ledger_document(stack: LocalStack, call: MineCall) -> dict[str, Any]:
     return snapshot.to_dict() or {}
 
 
-def use_emulators_of(stack: LocalStack) -> str:
-    """Point this process's Google clients at the stack's emulators; returns the project id."""
-    os.environ.update({name: value for name, value in stack.client_env.items() if name.endswith("_HOST")})
-    return stack.config.project
-
-
 def run_scenarios(stack: LocalStack) -> None:
     driver = StackDriver(stack)
 
@@ -124,7 +117,7 @@ def main() -> int:
             data_map_path=str(DATA_MAP),
             extra_pull_subscription=TAP_SUBSCRIPTION,
             extra_env={"SAMPLE_DATABASE_URL": database_url},
-            seed=lambda stack: seed_all(database_url, use_emulators_of(stack)),
+            seed=lambda stack: seed_all(database_url, stack.use_emulators()),
         )
         print("Starting the local stack (Pub/Sub, Firestore, fake-gcs-server, fake MineOS, services)…")
         with start_stack(config, lambda name, seconds: print(f"  {name} ready in {seconds:.1f} s")) as stack:

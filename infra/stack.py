@@ -164,6 +164,11 @@ class LocalStack:
             "FAKE_MINEOS_URL": self.fake_mineos_url,
         }
 
+    def use_emulators(self) -> str:
+        """Point this process's Google clients at the stack's emulators; returns the project id."""
+        os.environ.update({name: value for name, value in self.client_env.items() if name.endswith("_HOST")})
+        return self.config.project
+
     @property
     def state_file(self) -> Path:
         return self.config.state_dir / STATE_FILE_NAME

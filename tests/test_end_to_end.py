@@ -46,7 +46,7 @@ def stack(tmp_path_factory, postgres_server) -> Iterator[LocalStack]:
             "PREVIEW_DEADLINE_SECONDS": str(PREVIEW_DEADLINE_SECONDS),
             "SIGNED_URL_TTL_SECONDS": "900",
         },
-        seed=lambda started: seed_all(postgres_server.url, use_emulators_of(started)),
+        seed=lambda started: seed_all(postgres_server.url, started.use_emulators()),
     )
     try:
         with start_stack(config) as started:
@@ -56,14 +56,9 @@ def stack(tmp_path_factory, postgres_server) -> Iterator[LocalStack]:
         os.environ.update(saved_environ)
 
 
-def use_emulators_of(stack: LocalStack) -> str:
-    os.environ.update({name: value for name, value in stack.client_env.items() if name.endswith("_HOST")})
-    return stack.config.project
-
-
 @pytest.fixture
 def driver(stack) -> StackDriver:
-    use_emulators_of(stack)
+    stack.use_emulators()
     return StackDriver(stack)
 
 

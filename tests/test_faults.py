@@ -109,13 +109,8 @@ def wait_until(condition: Callable[[], bool], timeout_seconds: float, what: str)
         time.sleep(0.05)
 
 
-def use_emulators_of(stack: LocalStack) -> None:
-    os.environ.update({name: value for name, value in stack.client_env.items() if name.endswith("_HOST")})
-
-
 def seed_sample_data(stack: LocalStack, database_url: str) -> None:
-    use_emulators_of(stack)
-    seed_all(database_url, stack.config.project)
+    seed_all(database_url, stack.use_emulators())
 
 
 @pytest.fixture(scope="module")

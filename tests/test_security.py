@@ -211,7 +211,7 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
     database_url = f"sqlite:///{state_dir / 'sample.db'}"
 
     def seed(started: LocalStack) -> None:
-        os.environ.update({k: v for k, v in started.client_env.items() if k.endswith("_HOST")})
+        started.use_emulators()
         seed_all(database_url, started.config.project)
 
     config = StackConfig(

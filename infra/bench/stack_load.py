@@ -7,7 +7,6 @@ fake MineOS's `receivedAt` of the operation's first status call (its clock): the
 
 import contextlib
 import math
-import os
 import tempfile
 import threading
 import time
@@ -50,9 +49,7 @@ def sample_stack(log_level: str = "INFO") -> Iterator[LocalStack]:
 
         def seed(stack: LocalStack) -> None:
             # This process's own Google clients (the seeding) talk to the stack's emulators.
-            os.environ.update(
-                {name: value for name, value in stack.client_env.items() if name.endswith("_HOST")}
-            )
+            stack.use_emulators()
             seed_all(database_url, stack.config.project)
 
         config = StackConfig(
