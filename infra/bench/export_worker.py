@@ -40,7 +40,6 @@ class ExportRun:
     bytes: int
     seconds: float  # the export alone: query, serialisation, hashing, upload
     cpu_seconds: float  # this process's own CPU time (all threads) during the export
-    storage_wait_seconds: float  # of `seconds`, spent in HTTP requests to Cloud Storage
     floor_rss_mib: float  # peak RSS after imports and clients, before the export
     peak_rss_mib: float
     sha256: str
@@ -69,7 +68,7 @@ def build_source(database: str) -> SqlSource:
 def export_streaming(
     source: SqlSource, person: str, bucket: storage.Bucket, prefix: str
 ) -> tuple[int, int, str]:
-    """The real path: the SQL connector streams rows into `SourceExport`'s resumable upload."""
+    """The real path: the SQL connector streams rows into `SourceExport`'s streamed upload."""
     sink = SourceExport(bucket, prefix, TABLE)
     source.export(person, sink)
     (exported,) = sink.files
@@ -110,38 +109,16 @@ def export_baseline(
     return len(rows), len(body), digest
 
 
-class RequestTimer:
-    """Adds up the time a client's HTTP session spends in requests (sending, and waiting for answers).
-
-    fake-gcs-server's cost per upload request grows with the object (it re-hashes all of it on every
-    resumable chunk), unlike Cloud Storage's: this separates that time from the export's own.
-    """
-
-    def __init__(self, session: Any) -> None:
-        self.seconds = 0.0
-        self._request = session.request
-        session.request = self._timed_request
-
-    def _timed_request(self, *arguments: Any, **keywords: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self._request(*arguments, **keywords)
-        finally:
-            self.seconds += time.perf_counter() - started
-
-
 def run_export(variant: str, database: str, person: str, bucket_name: str) -> ExportRun:
     client = storage.Client(project=PROJECT)
-    timer = RequestTimer(client._http)  # the session every upload request of this client goes through
     bucket = client.bucket(bucket_name)
     source = build_source(database)
     prefix = f"exports/bench-{uuid.uuid4().hex}/"
     export = export_streaming if variant == "streaming" else export_baseline
     floor = peak_rss_mib()
-    started, cpu_started, waited_before = time.perf_counter(), time.process_time(), timer.seconds
+    started, cpu_started = time.perf_counter(), time.process_time()
     records, size, digest = export(source, person, bucket, prefix)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    storage_wait_seconds = timer.seconds - waited_before
     peak = peak_rss_mib()
     stored = bucket.get_blob(f"{prefix}{TABLE}.jsonl", timeout=STORAGE_TIMEOUT_SECONDS)
     source.close()
@@ -151,7 +128,6 @@ def run_export(variant: str, database: str, person: str, bucket_name: str) -> Ex
         bytes=size,
         seconds=seconds,
         cpu_seconds=cpu_seconds,
-        storage_wait_seconds=storage_wait_seconds,
         floor_rss_mib=floor,
         peak_rss_mib=peak,
         sha256=digest,

@@ -1,27 +1,37 @@
 """Copy exports in Cloud Storage: streamed files, a manifest, and V4 signed URLs for MineOS.
 
-Every file is streamed through a resumable upload (a few MiB in memory whatever the size) and
-created with `if_generation_match=0`, so a retried or taken-over export never overwrites a file: a
-file that already exists was finished by an earlier attempt (an unfinished resumable upload creates
-nothing) and is reused after reading back its size and SHA-256.
+Every file goes up in one request whose body is sent while it is produced (a JSON API multipart upload
+with chunked transfer encoding), so memory holds one write of `STREAM_WRITE_BYTES` whatever the file's
+size, and producing the file overlaps with Cloud Storage receiving it. Resumable uploads were the
+other choice; they wait for a round trip per chunk, and an interrupted export is redone from its
+source on redelivery anyway (Cloud Storage's own guidance puts single-request uploads from a service
+in the same region at up to about 2 GB). The object exists only once the whole body has arrived.
+
+Files are created with `ifGenerationMatch=0`, so a retried or taken-over export never overwrites a
+file: a file that already exists was finished by an earlier attempt and is reused after reading back
+its size and SHA-256.
 """
 
 import hashlib
+import itertools
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import google.auth
 import google.auth.transport.requests
+import requests
 from google.api_core import exceptions as google_exceptions
 from google.cloud import storage  # type: ignore[attr-defined]
 from google.oauth2 import service_account
 
 from mineos_integration.sources.base import Record
 
-UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # the resumable upload's chunk: the bound on memory per file
+STREAM_WRITE_BYTES = 1024 * 1024  # what an upload gathers before each write to its connection
 READ_CHUNK_BYTES = 1024 * 1024
 STORAGE_TIMEOUT_SECONDS = 60.0
 JSONL = "application/x-ndjson"
@@ -80,28 +90,82 @@ class SourceExport:
     def _upload(
         self, file_name: str, chunks: Iterable[bytes], content_type: str, record_counter: list[int] | None
     ) -> None:
-        blob = self._bucket.blob(self._prefix + file_name, chunk_size=UPLOAD_CHUNK_BYTES)
-        hashing = _HashingWriter()
-        try:
-            with blob.open(
-                "wb", content_type=content_type, if_generation_match=0, timeout=STORAGE_TIMEOUT_SECONDS
-            ) as stream:
-                for chunk in chunks:
-                    stream.write(hashing.feed(chunk))
-            records = record_counter[0] if record_counter is not None else None
-            self.files.append(
-                ExportedFile(
-                    blob.name,
-                    file_name,
-                    self._source,
-                    content_type,
-                    hashing.bytes,
-                    hashing.sha256.hexdigest(),
-                    records,
+        blob = self._bucket.blob(self._prefix + file_name)
+        # An earlier attempt that finished this file is reused without reading the source again.
+        if not blob.exists(timeout=STORAGE_TIMEOUT_SECONDS):
+            hashing = _HashingWriter()
+            try:
+                upload_streamed(blob, (hashing.feed(chunk) for chunk in _gathered(chunks)), content_type)
+            except google_exceptions.PreconditionFailed:
+                pass  # a worker that took over created it meanwhile
+            else:
+                records = record_counter[0] if record_counter is not None else None
+                self.files.append(
+                    ExportedFile(
+                        blob.name,
+                        file_name,
+                        self._source,
+                        content_type,
+                        hashing.bytes,
+                        hashing.sha256.hexdigest(),
+                        records,
+                    )
                 )
-            )
-        except google_exceptions.PreconditionFailed:
-            self.files.append(describe_existing(blob, file_name, self._source, content_type, record_counter))
+                return
+        self.files.append(describe_existing(blob, file_name, self._source, content_type, record_counter))
+
+
+def _gathered(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks joined into writes of at least STREAM_WRITE_BYTES (the last may be shorter): one
+    write per ~1 KB record would cost a system call and a chunk header each."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        pending_bytes += len(chunk)
+        if pending_bytes >= STREAM_WRITE_BYTES:
+            yield b"".join(pending)
+            pending.clear()
+            pending_bytes = 0
+    if pending:
+        yield b"".join(pending)
+
+
+def upload_streamed(blob: storage.Blob, chunks: Iterable[bytes], content_type: str) -> None:
+    """Create `blob` from `chunks` in one request, its body sent as the chunks come.
+
+    Create-only (`ifGenerationMatch=0`). If `chunks` raises, the request is cut off and nothing is
+    created. A cut-off body cannot be sent again, so nothing here retries: the caller redoes the file.
+
+    Raises:
+        google.api_core.exceptions.PreconditionFailed: the object exists already.
+        google.api_core.exceptions.GoogleAPICallError: Cloud Storage refused or failed the upload
+            (ServiceUnavailable when the connection broke).
+    """
+    client = blob.bucket.client
+    boundary = secrets.token_hex(16)  # 128 random bits: not found in the data by chance
+    metadata = json.dumps({"name": blob.name, "contentType": content_type})
+    head = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    url = f"{client.api_endpoint}/upload/storage/v1/b/{quote(blob.bucket.name, safe='')}/o"
+    try:
+        # client._http is the client's authorised session: the credentials every other call uses.
+        response = client._http.request(
+            "POST",
+            url,
+            params={"uploadType": "multipart", "ifGenerationMatch": "0"},
+            data=itertools.chain([head], chunks, [tail]),  # an iterator: sent with chunked encoding
+            headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
+            timeout=STORAGE_TIMEOUT_SECONDS,
+        )
+    except (requests.ConnectionError, requests.Timeout) as error:
+        cut_off = f"upload cut off: {type(error).__name__}"
+        raise google_exceptions.ServiceUnavailable(cut_off) from None  # type: ignore[no-untyped-call]
+    if response.status_code >= 300:
+        raise google_exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
 
 
 def describe_existing(

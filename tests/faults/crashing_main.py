@@ -8,7 +8,7 @@ Cloud Run instance disappears. `services/` itself has no fault hooks.
 
     CRASH_AT=after-claim        the lease is taken (state collecting), nothing is done yet
     CRASH_AT=mid-upload         the first export file is done and recorded; the second file's
-                                resumable upload session is open, its data not yet sent
+                                upload is under way, part of its body sent
     CRASH_AT=after-upload       the first export file is complete in the bucket, the ledger does not
                                 know it yet
     CRASH_AT=before-report      the reporting intent is written (state reporting), no status call yet
@@ -20,12 +20,10 @@ the step creates the file and dies; any later one, finding the file, carries on 
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from google.cloud.storage.fileio import BlobWriter
-
-from mineos_integration import main
+from mineos_integration import export, main
 from mineos_integration.export import SourceExport
 from mineos_integration.ledger import Claim, Ledger, Step
 from mineos_integration.mineos_client import MineOSClient, ReportOutcome, ReportResult
@@ -64,16 +62,21 @@ def _install(crash_at: str, marker_file: str) -> None:
 
         Ledger.claim = claim_then_crash  # type: ignore[method-assign]
     elif crash_at == "mid-upload":
-        initiate = BlobWriter._initiate_upload
-        sessions_opened = [0]
+        upload_streamed = export.upload_streamed
+        uploads_started = [0]
 
-        def initiate_then_crash(self: BlobWriter) -> None:
-            initiate(self)
-            sessions_opened[0] += 1
-            if sessions_opened[0] == 2:
+        def crash_after_first_chunk(chunks: Iterable[bytes]) -> Iterator[bytes]:
+            for chunk in chunks:
+                yield chunk
                 crash()
 
-        BlobWriter._initiate_upload = initiate_then_crash  # type: ignore[method-assign]
+        def upload_streamed_then_crash(blob: Any, chunks: Iterable[bytes], content_type: str) -> None:
+            uploads_started[0] += 1
+            if uploads_started[0] == 2:
+                chunks = crash_after_first_chunk(chunks)
+            upload_streamed(blob, chunks, content_type)
+
+        export.upload_streamed = upload_streamed_then_crash
     elif crash_at == "after-upload":
         upload: Callable[..., None] = SourceExport._upload
 
