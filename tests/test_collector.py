@@ -167,6 +167,8 @@ def test_copy_found_person_reports_completed_once_with_verifiable_files(world):
     assert report.body["status"] == "Completed"
     files = {f["fileName"]: f for f in report.body["files"]}
     assert set(files) == {"manifest.json", "accounts.jsonl", "orders.jsonl"}
+    assert files["accounts.jsonl"]["description"] == "accounts (2 records)"
+    assert files["orders.jsonl"]["description"] == "orders (1 record)"
 
     key = json.loads(world.key_file.read_text())
     public_key = load_pem_private_key(key["private_key"].encode(), None).public_key()

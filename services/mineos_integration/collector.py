@@ -277,12 +277,11 @@ def status_update(collector: Collector, request: PrivacyRequest, outcome: Outcom
     }
     references = []
     for file in ([outcome.manifest] if outcome.manifest else []) + outcome.files:
+        described = sources.get(file["source"], file["source"])
         if file["file_name"] == "manifest.json":
             described = "Manifest: every file with its record count, size and SHA-256"
-        elif file["records"] is not None:
-            described = f"{sources.get(file['source'], file['source'])} ({file['records']} records)"
-        else:
-            described = sources.get(file["source"], file["source"])
+        elif (count := file["records"]) is not None:
+            described += f" ({count} {'record' if count == 1 else 'records'})"
         references.append(
             FileReference(
                 fileName=file["file_name"],
