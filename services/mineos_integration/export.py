@@ -91,28 +91,37 @@ class SourceExport:
         self, file_name: str, chunks: Iterable[bytes], content_type: str, record_counter: list[int] | None
     ) -> None:
         blob = self._bucket.blob(self._prefix + file_name)
+        created = None
         # An earlier attempt that finished this file is reused without reading the source again.
         if not blob.exists(timeout=STORAGE_TIMEOUT_SECONDS):
-            hashing = _HashingWriter()
-            try:
-                upload_streamed(blob, (hashing.feed(chunk) for chunk in _gathered(chunks)), content_type)
-            except google_exceptions.PreconditionFailed:
-                pass  # a worker that took over created it meanwhile
-            else:
-                records = record_counter[0] if record_counter is not None else None
-                self.files.append(
-                    ExportedFile(
-                        blob.name,
-                        file_name,
-                        self._source,
-                        content_type,
-                        hashing.bytes,
-                        hashing.sha256.hexdigest(),
-                        records,
-                    )
-                )
-                return
-        self.files.append(describe_existing(blob, file_name, self._source, content_type, record_counter))
+            created = self._create(blob, file_name, chunks, content_type, record_counter)
+        self.files.append(
+            created or describe_existing(blob, file_name, self._source, content_type, record_counter)
+        )
+
+    def _create(
+        self,
+        blob: storage.Blob,
+        file_name: str,
+        chunks: Iterable[bytes],
+        content_type: str,
+        record_counter: list[int] | None,
+    ) -> ExportedFile | None:
+        """Upload the file and describe it; None if another worker created it meanwhile."""
+        hashing = _HashingWriter()
+        try:
+            upload_streamed(blob, (hashing.feed(chunk) for chunk in _gathered(chunks)), content_type)
+        except google_exceptions.PreconditionFailed:
+            return None
+        return ExportedFile(
+            blob.name,
+            file_name,
+            self._source,
+            content_type,
+            hashing.bytes,
+            hashing.sha256.hexdigest(),
+            record_counter[0] if record_counter is not None else None,
+        )
 
 
 def _gathered(chunks: Iterable[bytes]) -> Iterator[bytes]:
