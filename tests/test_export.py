@@ -124,8 +124,11 @@ def test_file_created_by_another_worker_during_the_upload_is_kept_and_described(
 
 
 def test_source_failing_mid_stream_raises_and_creates_no_file(bucket):
+    before_failure = records(8_000, note_bytes=300)
+    assert len(json_lines(before_failure)) > 2 * STREAM_WRITE_BYTES  # writes went out before it failed
+
     def rows_then_failure() -> Iterator[dict[str, object]]:
-        yield from records(8_000, note_bytes=300)  # more than one write has gone out
+        yield from before_failure
         raise SourceError("connection to the database lost", transient=True)
 
     sink = SourceExport(bucket, PREFIX, "events")

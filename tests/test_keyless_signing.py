@@ -74,7 +74,7 @@ def test_urls_signed_without_a_key_file_are_signed_by_iam_as_the_service_account
         env = {
             key: value
             for key, value in os.environ.items()
-            if key not in ("GOOGLE_APPLICATION_CREDENTIALS", "URL_SIGNING_KEY_FILE", "NO_PROXY", "no_proxy")
+            if key not in ("GOOGLE_APPLICATION_CREDENTIALS", "NO_PROXY", "no_proxy")
         }
         env.update(fake.env, STORAGE_EMULATOR_HOST=gcs_server, CLOUDSDK_CONFIG=str(gcloud_config))
 
